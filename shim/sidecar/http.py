@@ -213,6 +213,7 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._incoming = Exchange(self)
         self._head_bytes = 0
+        self._expect_continue = False
 
     def on_url(self, url: bytes) -> None:
         self._incoming.target += url
@@ -227,6 +228,8 @@ class ClientConnection(asyncio.Protocol):
             exchange.content_length = int(value)
         elif lower == b"transfer-encoding":
             exchange.chunked = b"chunked" in value.lower()
+        elif lower == b"expect" and value.lower() == b"100-continue":
+            self._expect_continue = True
         if lower in HOP_BY_HOP or lower.startswith(SHIM_PREFIX):
             return
         exchange.headers.append((name, value))
@@ -237,6 +240,8 @@ class ClientConnection(asyncio.Protocol):
         exchange.method = parser.get_method()
         exchange.http_version = parser.get_http_version()
         exchange.keep_alive = parser.should_keep_alive()
+        if self._expect_continue and exchange.has_body:  # the caller waits for this before sending the body
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         # Not started yet: a body that came in the same packet then leaves with the head in one write.
         self._queue.append(exchange)
 
