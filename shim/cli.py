@@ -230,6 +230,7 @@ def _write_all(fd: int, data: bytes) -> None:
 def cmd_function_create(args: argparse.Namespace) -> int:
     name = _name(args.function, args, "function")
     fd = _open_key_out(args.key_out) if args.key_out else None  # before the store: refuse early, lose nothing
+    done = False
     try:
         with _store(args) as store:
             credential = store.create_function(name)
@@ -241,18 +242,15 @@ def cmd_function_create(args: argparse.Namespace) -> int:
                     store.delete_function(name)  # a credential nobody holds is useless: undo
                     raise ShimError(f"cannot write the credential to {args.key_out!r}: "
                                     f"{exc.strerror or type(exc).__name__}; function {name} not created") from None
-    except BaseException:
-        if fd is not None:
-            os.close(fd)
-            fd = None
-            try:
-                os.unlink(args.key_out)
-            except OSError:
-                pass
-        raise
+        done = True
     finally:
         if fd is not None:
             os.close(fd)
+            if not done:  # the file is ours (O_EXCL) and holds nothing useful
+                try:
+                    os.unlink(args.key_out)
+                except OSError:
+                    pass
     if args.key_out:
         _out(f"function {name} created; its credential is in {args.key_out} (mode 0600), shown only this once")
     else:
@@ -355,11 +353,13 @@ DELEGATES: dict[str, Callable[[list[str]], int]] = {"run": _run, "demo": _demo}
 # ---------------------------------------------------------------- argparse
 
 
+STORE_HELP = "backend URL (default: $SHIM_STORE, else the embedded store under $XDG_DATA_HOME/shim/)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Options accepted on every subcommand. SUPPRESS: absent on the subcommand leaves the global value.
     store_opt = _Parser(add_help=False)
-    store_opt.add_argument("--store", metavar="URL", default=argparse.SUPPRESS,
-                           help="backend URL (default: $SHIM_STORE, else the embedded store under $XDG_DATA_HOME/shim/)")
+    store_opt.add_argument("--store", metavar="URL", default=argparse.SUPPRESS, help=STORE_HELP)
     scope = _Parser(add_help=False)
     scope.add_argument("-n", "--namespace", metavar="NS", help="namespace for names given without one (default: default)")
     scope.add_argument("--org", metavar="ORG", help="organisation for names given without one (default: default)")
@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     as_json.add_argument("--json", action="store_true", help="stable JSON output")
 
     parser = _Parser(prog=PROG, description="shim: secrets for serverless functions, delivered per invocation.")
-    parser.add_argument("--store", metavar="URL", default=None, help=store_opt._actions[0].help)
+    parser.add_argument("--store", metavar="URL", default=None, help=STORE_HELP)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     top = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
 
