@@ -193,15 +193,24 @@ class Sidecar:
                 await asyncio.sleep(0.05)
 
     async def _sweep(self) -> None:
-        """Every 100 ms: write out the batched log lines; every max(ttl, 1 s): drop stale values."""
+        """Every 100 ms: write out batched log lines, close idle connections; every max(ttl, 1 s): drop stale values."""
         interval, last = max(self.config.cache_ttl, 1.0), time.monotonic()
         while True:
             await asyncio.sleep(0.1)
             if self.log_stream is not None:
                 self.log_stream.drain()
-            if time.monotonic() - last >= interval:
-                last = time.monotonic()
+            now = time.monotonic()
+            self._close_idle_connections(now)
+            if now - last >= interval:
+                last = now
                 self.cache.drop_if_stale()
+
+    def _close_idle_connections(self, now: float) -> None:
+        """As the watchdog's read timeout: a caller silent for ``read_timeout`` between requests is let go."""
+        timeout = self.config.read_timeout
+        if timeout > 0:
+            for connection in [c for c in self.connections if c.idle and now - c.last_active > timeout]:
+                connection.close()
 
     async def _shutdown(self, server: asyncio.AbstractServer, graceful: bool) -> None:
         self.accepting = False

@@ -173,6 +173,7 @@ class ClientConnection(asyncio.Protocol):
         self._queue: deque[Exchange] = deque()
         self._current: Exchange | None = None
         self._closing = False
+        self.last_active = time.monotonic()
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.paused_by: Callable[[bool], None] | None = None  # back-pressure hook of the active delivery
 
@@ -182,6 +183,7 @@ class ClientConnection(asyncio.Protocol):
         self._connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -267,6 +269,11 @@ class ClientConnection(asyncio.Protocol):
         if exchange is self._current:
             self._current = None
             self._start_next()
+
+    @property
+    def idle(self) -> bool:
+        """No request in progress: the connection only waits for the caller's next request."""
+        return self._current is None and not self._queue
 
     def close(self) -> None:
         if not self._closing:
