@@ -135,6 +135,7 @@ class Sidecar:
     # -- lifecycle ----------------------------------------------------------------------------
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(self._unexpected)
         server = await loop.create_server(
             lambda: ClientConnection(self.dispatch, self.connections),
             self.config.host, self.config.port, reuse_address=True, backlog=1024,
@@ -161,6 +162,12 @@ class Sidecar:
         sweeper.cancel()
         await self._shutdown(server, graceful=exit_code == 0)
         return exit_code
+
+    def _unexpected(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        """asyncio's own error reports go through the redacting log too, never straight to stderr."""
+        error = context.get("exception")
+        self.log.error("unexpected error", message=context.get("message"),
+                       exc_info=(type(error), error, error.__traceback__) if error else None)
 
     def _function_env(self) -> dict[str, str]:
         _, port = self.config.upstream_host_port
