@@ -32,8 +32,11 @@ class Redactor:
             if not value:
                 continue
             text = value.decode("utf-8", "backslashreplace")
+            # A binary value delivered as an environment variable is a surrogate-escaped str in a
+            # Python function; printed, its undecodable bytes read \udcXX.
+            escaped = value.decode("utf-8", "surrogateescape").encode("utf-8", "backslashreplace").decode("utf-8")
             # As it may stand in a message: itself, inside repr(bytes), inside repr(str) ...
-            for form in (text, repr(value)[2:-1], text.encode("unicode_escape").decode("ascii")):
+            for form in (text, repr(value)[2:-1], text.encode("unicode_escape").decode("ascii"), escaped):
                 # ... and each of those as a JSON line escapes it.
                 forms.update((form, json.dumps(form)[1:-1], json.dumps(form, ensure_ascii=False)[1:-1]))
         forms.discard("")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from .forward import Forward, UpstreamPool
 from .http import ClientConnection, Exchange
 from .process import FunctionProcess, child_environment
 
+REDACT_GRACE = 60.0  # seconds a value is still redacted from output after the sidecar let go of it
 LIMIT_BODY = "Concurrent request limit exceeded. Max concurrent requests: {}\n"
 
 
@@ -41,7 +41,11 @@ class Sidecar:
         self.accepting = False
         self.inflight = 0
         self.connections: set[ClientConnection] = set()
-        self.lock_path = Path(tempfile.gettempdir()) / ".lock"
+        self._held: set[bytes] = set()  # the values of the current snapshot
+        self._retired: dict[bytes, float] = {}  # values no longer held -> when they stopped being held
+        # $TMPDIR, else /tmp: Go's os.TempDir(), as the watchdog. Not tempfile.gettempdir(), which
+        # probes the directory by creating and writing a randomly named file in it.
+        self.lock_path = Path(os.environ.get("TMPDIR") or "/tmp") / ".lock"
         self.function: FunctionProcess | None = None
         if config.mode == "http":
             host, port = config.upstream_host_port
@@ -107,7 +111,28 @@ class Sidecar:
         )
 
     def _secrets_changed(self, snapshot: Snapshot | None) -> None:
-        redactor.set_values(snapshot.values() if snapshot is not None else ())
+        """Keep the redactor in step with what the function may print.
+
+        A function can print a value after the cache let go of it (rotated, unbound, dropped as stale),
+        e.g. when its block-buffered stdout is flushed at exit. So a value that stops being held stays in
+        the redactor for ``REDACT_GRACE`` seconds more, then is forgotten, as the cache forgot it."""
+        held = set(snapshot.values()) if snapshot is not None else set()
+        if held == self._held:
+            return
+        now = time.monotonic()
+        for value in self._held - held:
+            self._retired[value] = now
+        for value in held:
+            self._retired.pop(value, None)
+        self._held = held
+        redactor.set_values(held | self._retired.keys())
+
+    def _forget_retired(self, now: float) -> None:
+        expired = [v for v, since in self._retired.items() if now - since > REDACT_GRACE]
+        if expired:
+            for value in expired:
+                del self._retired[value]
+            redactor.set_values(self._held | self._retired.keys())
 
     # -- the watchdog's endpoints -------------------------------------------------------------
     def _healthy(self) -> bool:
@@ -211,6 +236,7 @@ class Sidecar:
             if now - last >= interval:
                 last = now
                 self.cache.drop_if_stale()
+                self._forget_retired(now)
 
     def _close_idle_connections(self, now: float) -> None:
         """As the watchdog's read timeout: a caller silent for ``read_timeout`` between requests is let go."""
@@ -236,6 +262,13 @@ class Sidecar:
             self.pool.close()
         if self.function is not None:
             await self.function.stop(grace=self.config.write_timeout)
+            try:  # its last output (flushed at exit) is still relayed, and redacted
+                await asyncio.wait_for(self.function.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
         self.cache.clear()
         self.source.close()
         self.log.info("stopped", inflight=self.inflight)
+        self._held.clear()
+        self._retired.clear()
+        redactor.clear()

@@ -87,7 +87,7 @@ class ForkRunner:
             exchange.respond(500, f"cannot start the function: {exc.strerror}\n".encode())
             return
         try:
-            stdout, _ = await asyncio.wait_for(process.communicate(data), self._timeout())
+            stdout = await asyncio.wait_for(self._communicate(process, data), self._timeout())
         except asyncio.TimeoutError:
             process.kill()
             await process.wait()
@@ -124,6 +124,30 @@ class ForkRunner:
             return
         exchange.write(b"0\r\n\r\n")
         exchange.finish(close=not exchange.body_complete)
+
+    @staticmethod
+    async def _communicate(process: asyncio.subprocess.Process, data: bytes) -> bytes:
+        """stdin in, stdout out, then the exit. Not ``communicate()``: that would also read stderr,
+        which ``relay_output`` is already reading (two readers of one stream raise RuntimeError)."""
+        assert process.stdin is not None and process.stdout is not None
+
+        async def feed() -> None:
+            try:
+                process.stdin.write(data)
+                await process.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the function did not read all of its input: as the watchdog, not an error
+            finally:
+                process.stdin.close()
+
+        feeding = asyncio.get_running_loop().create_task(feed())
+        try:
+            stdout = await process.stdout.read()
+            await feeding
+        finally:
+            feeding.cancel()
+        await process.wait()
+        return stdout
 
     @staticmethod
     async def _feed(process: asyncio.subprocess.Process, body: BodyQueue) -> None:
