@@ -161,6 +161,8 @@ class Sidecar:
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(self._unexpected)
+        # A backend that notices changes (a Kubernetes watch) shortens the wait below the staleness bound.
+        self.source.watch(lambda: loop.call_soon_threadsafe(self.cache.invalidate))
         server = await loop.create_server(
             lambda: ClientConnection(self.dispatch, self.connections),
             self.config.host, self.config.port, reuse_address=True, backlog=1024,
