@@ -264,3 +264,19 @@ def test_redactor_prefers_the_longest_value():
     assert r.text("x abcdef y abc") == "x [REDACTED] y [REDACTED]"
     r.clear()
     assert r.text("abc") == "abc"
+
+
+def test_a_change_notice_ends_freshness_but_keeps_values_for_reuse(store):
+    _, source = store
+    cache = SecretCache(source, max_age=60.0, clock=Clock())
+
+    async def scenario():
+        first = await cache.get()
+        cache.invalidate()
+        assert cache.fresh() is None
+        second = await cache.get()
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert second is not first and second.secrets == first.secrets
+    assert (source.lists, source.reads) == (2, 1)  # listed again, unchanged version not re-read
