@@ -286,18 +286,12 @@ def cmd_function_list(args: argparse.Namespace) -> int:
 
 
 def cmd_bind(args: argparse.Namespace) -> int:
+    """``bind`` and ``unbind``: the same arguments, the opposite store call."""
     secret, function = _name(args.secret, args, "secret"), _name(args.function, args, "function")
+    binding = args.cmd == "bind"
     with _store(args) as store:
-        store.bind(secret, function)
-    _out(f"secret {secret} bound to function {function}")
-    return 0
-
-
-def cmd_unbind(args: argparse.Namespace) -> int:
-    secret, function = _name(args.secret, args, "secret"), _name(args.function, args, "function")
-    with _store(args) as store:
-        store.unbind(secret, function)
-    _out(f"secret {secret} unbound from function {function}")
+        (store.bind if binding else store.unbind)(secret, function)
+    _out(f"secret {secret} {'bound to' if binding else 'unbound from'} function {function}")
     return 0
 
 
@@ -342,7 +336,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "function delete": cmd_function_delete,
     "function list": cmd_function_list,
     "bind": cmd_bind,
-    "unbind": cmd_unbind,
+    "unbind": cmd_bind,
     "bindings": cmd_bindings,
 }
 
