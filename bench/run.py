@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -95,6 +96,79 @@ def cpu_busy(seconds: float = 1.0) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _machine_busy_ticks() -> int:
+    """CPU time spent running anything (user, nice, system, irq, softirq), all CPUs, in clock ticks."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return v[0] + v[1] + v[2] + v[5] + v[6]
+
+
+def _process_tree(roots: list[int]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    seen: set[int] = set()
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.add(pid)
+            todo.extend(children.get(pid, []))
+    return seen
+
+
+def _tree_ticks(pids: set[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (all threads)
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+class CpuWatch:
+    """CPU used during a window: by each of the bench's servers (process trees), by wrk, and by processes
+    that are not part of the bench at all (other users of the box).
+
+    Machine busy time (/proc/stat) minus the servers minus wrk (from the reaped-children rusage) is
+    ``other_cpu``, as a share of one CPU; a few percent is accounting noise."""
+
+    def __init__(self, roots: dict[str, int]):
+        self.roots = roots
+
+    def __enter__(self) -> "CpuWatch":
+        self.trees = {name: _process_tree([pid]) for name, pid in self.roots.items()}
+        self.t0 = time.monotonic()
+        self.busy0 = _machine_busy_ticks()
+        self.ticks0 = {name: _tree_ticks(pids) for name, pids in self.trees.items()}
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.kids0 = ru.ru_utime + ru.ru_stime
+        return self
+
+    def __exit__(self, *exc) -> None:
+        busy = (_machine_busy_ticks() - self.busy0) / CLK_TCK
+        self.seconds = {name: (_tree_ticks(pids) - self.ticks0[name]) / CLK_TCK for name, pids in self.trees.items()}
+        ours = sum(self.seconds.values())
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.seconds["wrk"] = ru.ru_utime + ru.ru_stime - self.kids0
+        wall = max(1e-6, time.monotonic() - self.t0)
+        self.bench_cpu = (ours + self.seconds["wrk"]) / wall
+        self.other_cpu = max(0.0, busy - ours - self.seconds["wrk"]) / wall
 
 
 def free_port() -> int:
@@ -285,6 +359,8 @@ def start_shim(shim: list[str], tmp: Path, upstream_port: int, env: dict[str, st
         "SHIM_INJECT": "params",
         "SHIM_HOST": "127.0.0.1",
         "mode": "http",
+        # shutdown only: on SIGTERM, report unhealthy for 0 s (not the default 30 s) before draining
+        "healthcheck_interval": "0",
         "upstream_url": f"http://127.0.0.1:{upstream_port}",
         "port": str(port),
     })
@@ -405,12 +481,33 @@ class Point:
         return sum(r.get(key) or 0 for r in self.runs)
 
 
-def measure(point: Point, port: int, upstream_port: int, args) -> None:
+def wait_idle(limit: float) -> None:
+    """Wait up to ``limit`` seconds for the machine to be idle (< 10% busy over 1 s) before a point."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        busy = cpu_busy(1.0)
+        if busy is None or busy < 0.10:
+            return
+    log(f"  (machine still busy after {limit:g} s of waiting; measuring anyway)")
+
+
+def measure(point: Point, port: int, upstream_port: int, args, roots: dict[str, int]) -> None:
+    if args.wait_idle > 0:
+        wait_idle(args.wait_idle)
     if args.warmup > 0:
         run_wrk(port, point.concurrency, args.warmup, args.threads, point.method, args.body_size)
     time.sleep(0.2)
     before = upstream_stats(upstream_port)
-    result = run_wrk(port, point.concurrency, args.duration, args.threads, point.method, args.body_size)
+    with CpuWatch(roots) as cpu:
+        result = run_wrk(port, point.concurrency, args.duration, args.threads, point.method, args.body_size)
+    result["bench_cpu"] = round(cpu.bench_cpu, 3)
+    result["other_cpu"] = round(cpu.other_cpu, 3)
+    # CPU time per request of the process serving the target (the proxy, or the function for direct)
+    # and of the function behind it
+    n = max(1, result["requests"])
+    server = "upstream" if point.target == "direct" else point.target
+    result["server_cpu_us_per_req"] = round(cpu.seconds.get(server, 0.0) / n * 1e6, 2)
+    result["function_cpu_us_per_req"] = round(cpu.seconds.get("upstream", 0.0) / n * 1e6, 2)
     time.sleep(0.2)
     after = upstream_stats(upstream_port)
     result["upstream_requests"] = after["requests"] - before["requests"]
@@ -418,7 +515,8 @@ def measure(point: Point, port: int, upstream_port: int, args) -> None:
     result["upstream_bad_blocks"] = after["bad_blocks"] - before["bad_blocks"]
     point.runs.append(result)
     log(f"  {point.target:<6} c={point.concurrency:<3} {point.method:<4} {result['rps']:>10.0f} rps  "
-        f"p50 {result['p50_us']:>7.0f} us  p99 {result['p99_us']:>7.0f} us"
+        f"p50 {result['p50_us']:>7.0f} us  p99 {result['p99_us']:>7.0f} us  "
+        f"cpu/req {result['server_cpu_us_per_req']:.1f} us  others {result['other_cpu']:.0%}"
         + (f"  errors {result['errors'] + result['non2xx']}" if result["errors"] + result["non2xx"] else ""))
 
 
@@ -446,7 +544,7 @@ def report(points: dict[tuple[str, int, str], Point], targets: list[str], concs:
     for method in methods:
         print()
         hdr = (f"{'method':<6} {'target':<7} {'c':>3} {'rps':>10} {'p50 us':>8} {'p99 us':>8} "
-               f"{'+p50 us':>8} {'+p99 us':>8} {'errors':>6} {'secrets':>8}")
+               f"{'+p50 us':>8} {'+p99 us':>8} {'cpu/req':>7} {'errors':>6} {'secrets':>8} {'others':>7}")
         print(hdr)
         print("-" * len(hdr))
         for c in concs:
@@ -462,19 +560,27 @@ def report(points: dict[tuple[str, int, str], Point], targets: list[str], concs:
                 up = p.total("upstream_requests")
                 inj = p.total("upstream_with_secrets")
                 secrets = f"{100.0 * inj / up:.0f}%" if up else "n/a"
+                other_vals = [r["other_cpu"] for r in p.runs if r.get("other_cpu") is not None]
+                others = f"{max(other_vals):.0%}" if other_vals else "n/a"
                 print(f"{method:<6} {t:<7} {c:>3} {p.med('rps'):>10.0f} {p.med('p50_us'):>8.0f} "
                       f"{p.med('p99_us'):>8.0f} {fmt(add50, '+.0f'):>8} {fmt(add99, '+.0f'):>8} "
-                      f"{p.total('errors') + p.total('non2xx'):>6} {secrets:>8}")
+                      f"{fmt(p.med('server_cpu_us_per_req'), '.1f'):>7} "
+                      f"{p.total('errors') + p.total('non2xx'):>6} {secrets:>8} {others:>7}")
                 out["points"].append({
                     "target": t, "concurrency": c, "method": method,
                     "rps": p.med("rps"), "p50_us": p.med("p50_us"), "p90_us": p.med("p90_us"),
                     "p99_us": p.med("p99_us"), "p99_9_us": p.med("p99_9_us"),
                     "added_p50_us": add50, "added_p99_us": add99,
+                    "server_cpu_us_per_req": p.med("server_cpu_us_per_req"),
+                    "function_cpu_us_per_req": p.med("function_cpu_us_per_req"),
                     "errors": p.total("errors"), "non2xx": p.total("non2xx"),
-                    "upstream_requests": up, "upstream_with_secrets": inj, "runs": p.runs,
+                    "upstream_requests": up, "upstream_with_secrets": inj,
+                    "other_cpu_max": max(other_vals) if other_vals else None, "runs": p.runs,
                 })
     print("  (+p50/+p99: added latency = proxied - direct; secrets: share of requests that reached the "
-          "function with a Shim-Secrets block)")
+          "function with a Shim-Secrets block;\n   cpu/req: CPU time per request, in us, of the proxy (of the function for direct);\n"
+          "   others: CPU used by processes outside the bench during the "
+          "measurement, worst run, in % of one CPU: above ~10% that point is disturbed)")
 
     main_method = methods[0]
 
@@ -501,7 +607,8 @@ def report(points: dict[tuple[str, int, str], Point], targets: list[str], concs:
             n_add = None if n is None or d is None else n - d
             r[f"shim_added_{q}_us"] = s_add
             r[f"nginx_added_{q}_us"] = n_add
-            r[f"shim_over_nginx_added_{q}"] = ratio(s_add, n_add) if n_add and n_add > 0 else None
+            both_positive = s_add is not None and n_add is not None and s_add > 0 and n_add > 0
+            r[f"shim_over_nginx_added_{q}"] = ratio(s_add, n_add) if both_positive else None
             line += (f"   {fmt(s_add, '+.0f'):>9} {fmt(n_add, '+.0f'):>10} "
                      f"{fmt(r[f'shim_over_nginx_added_{q}'], '.2f', 'x'):>10}")
         out["ratios"][f"c{c}"] = r
@@ -553,6 +660,8 @@ def main() -> int:
     ap.add_argument("--pin", default="auto", metavar="auto|none|L:S",
                     help="CPU placement: auto (default) puts wrk on the first CPU and the function and proxy "
                     "on the others; none lets the scheduler decide; L:S gives CPU lists, e.g. 0:1")
+    ap.add_argument("--wait-idle", type=float, default=0, metavar="S",
+                    help="before each point, wait up to S seconds for the machine to be idle (shared boxes)")
     ap.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, configs)")
     args = ap.parse_args()
@@ -640,7 +749,7 @@ def main() -> int:
                 for _ in range(args.repeat):
                     for t in order:
                         p = points.setdefault((t, c, method), Point(t, c, method))
-                        measure(p, targets[t], up_port, args)
+                        measure(p, targets[t], up_port, args, {ch.name: ch.popen.pid for ch in children})
 
         for ch in children:
             if ch.popen.poll() is not None:

@@ -135,21 +135,14 @@ def _keys(keys: Sequence[str]) -> str:
 # ---------------------------------------------------------------- secret commands
 
 
-def cmd_secret_create(args: argparse.Namespace) -> int:
+def cmd_secret_write(args: argparse.Namespace) -> int:
+    """``secret create`` (refuses an existing secret) and ``secret update`` (replaces all its keys)."""
     name = _name(args.secret, args, "secret")
     data = _secret_data(args)
+    creating = args.cmd == "secret create"
     with _store(args) as store:
-        store.create_secret(name, data)
-    _out(f"secret {name} created (keys: {_keys(list(data))})")
-    return 0
-
-
-def cmd_secret_update(args: argparse.Namespace) -> int:
-    name = _name(args.secret, args, "secret")
-    data = _secret_data(args)
-    with _store(args) as store:
-        store.update_secret(name, data)
-    _out(f"secret {name} updated (keys: {_keys(list(data))})")
+        (store.create_secret if creating else store.update_secret)(name, data)
+    _out(f"secret {name} {'created' if creating else 'updated'} (keys: {_keys(list(data))})")
     return 0
 
 
@@ -327,8 +320,8 @@ def _demo(argv: list[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "secret create": cmd_secret_create,
-    "secret update": cmd_secret_update,
+    "secret create": cmd_secret_write,
+    "secret update": cmd_secret_write,
     "secret get": cmd_secret_get,
     "secret list": cmd_secret_list,
     "secret delete": cmd_secret_delete,
