@@ -376,6 +376,24 @@ def start_shim(shim: list[str], tmp: Path, upstream_port: int, env: dict[str, st
     return child, port
 
 
+def start_of_watchdog(binary: str, tmp: Path, upstream_port: int) -> tuple[Child, int]:
+    """of-watchdog in http mode in front of the same function: the issue's reference, measured in the same
+    run. The binary is the user's (built from openfaas/of-watchdog); shim neither ships nor builds it.
+    Its metrics port is fixed at 8081 by of-watchdog itself."""
+    port = free_port()
+    wtmp = tmp / "of-watchdog"
+    wtmp.mkdir()
+    env = {"PATH": os.environ.get("PATH", ""), "TMPDIR": str(wtmp), "mode": "http",
+           "upstream_url": f"http://127.0.0.1:{upstream_port}", "port": str(port),
+           "fprocess": "sleep 1000000", "healthcheck_interval": "0"}
+    child = Child("of-watchdog", [binary], tmp, env=env)
+    if not wait_http(port, "/_/health", SHIM_HEALTH_TIMEOUT, child):
+        tail = child.tail()
+        child.stop()
+        raise RuntimeError(f"of-watchdog did not become healthy:\n{tail}")
+    return child, port
+
+
 def verify_injection(shim_port: int, upstream_port: int) -> dict:
     """Warm the cache and prove that requests through shim reach the function with the secrets block."""
     before = upstream_stats(upstream_port)
@@ -543,7 +561,7 @@ def report(points: dict[tuple[str, int, str], Point], targets: list[str], concs:
     print(f"CPU placement: {args.pin_desc}")
     for method in methods:
         print()
-        hdr = (f"{'method':<6} {'target':<7} {'c':>3} {'rps':>10} {'p50 us':>8} {'p99 us':>8} "
+        hdr = (f"{'method':<6} {'target':<11} {'c':>3} {'rps':>10} {'p50 us':>8} {'p99 us':>8} "
                f"{'+p50 us':>8} {'+p99 us':>8} {'cpu/req':>7} {'errors':>6} {'secrets':>8} {'others':>7}")
         print(hdr)
         print("-" * len(hdr))
@@ -562,7 +580,7 @@ def report(points: dict[tuple[str, int, str], Point], targets: list[str], concs:
                 secrets = f"{100.0 * inj / up:.0f}%" if up else "n/a"
                 other_vals = [r["other_cpu"] for r in p.runs if r.get("other_cpu") is not None]
                 others = f"{max(other_vals):.0%}" if other_vals else "n/a"
-                print(f"{method:<6} {t:<7} {c:>3} {p.med('rps'):>10.0f} {p.med('p50_us'):>8.0f} "
+                print(f"{method:<6} {t:<11} {c:>3} {p.med('rps'):>10.0f} {p.med('p50_us'):>8.0f} "
                       f"{p.med('p99_us'):>8.0f} {fmt(add50, '+.0f'):>8} {fmt(add99, '+.0f'):>8} "
                       f"{fmt(p.med('server_cpu_us_per_req'), '.1f'):>7} "
                       f"{p.total('errors') + p.total('non2xx'):>6} {secrets:>8} {others:>7}")
@@ -627,8 +645,19 @@ def report(points: dict[tuple[str, int, str], Point], targets: list[str], concs:
     n_add50 = out["ratios"].get(f"c{lo}", {}).get("nginx_added_p50_us")
     n_add99 = out["ratios"].get(f"c{lo}", {}).get("nginx_added_p99_us")
     print(f"  added latency at c={lo}: shim {fmt(s_add50, '+.0f')} us p50 / {fmt(s_add99, '+.0f')} us p99; "
-          f"nginx {fmt(n_add50, '+.0f')} / {fmt(n_add99, '+.0f')} us  (target: less than of-watchdog's, "
-          "which is not measured here)")
+          f"nginx {fmt(n_add50, '+.0f')} / {fmt(n_add99, '+.0f')} us  (target: less than of-watchdog's; "
+          "measured below only with --of-watchdog)")
+    if any(get("of-watchdog", c, "rps") for c in concs):
+        print("  measured against of-watchdog in this run:")
+        for c in concs:
+            w_rps, s_rps, d50 = get("of-watchdog", c, "rps"), get("shim", c, "rps"), get("direct", c, "p50_us")
+            w50, s50 = get("of-watchdog", c, "p50_us"), get("shim", c, "p50_us")
+            w_add = None if w50 is None or d50 is None else w50 - d50
+            s_add = None if s50 is None or d50 is None else s50 - d50
+            out["ratios"].setdefault(f"c{c}", {}).update(
+                shim_over_of_watchdog_rps=ratio(s_rps, w_rps), of_watchdog_added_p50_us=w_add)
+            print(f"    c={c}: shim/of-watchdog rps {fmt(ratio(s_rps, w_rps), '.2f')}  "
+                  f"added p50: shim {fmt(s_add, '+.0f')} us, of-watchdog {fmt(w_add, '+.0f')} us")
     out["issue_bar"] = {
         "shim_over_nginx_rps_at_max_c": bar, "max_c": hi, "target": OFWATCHDOG_SHARE_OF_NGINX,
         "verdict": verdict, "shim_added_p50_us_at_min_c": s_add50, "shim_added_p99_us_at_min_c": s_add99,
@@ -653,6 +682,8 @@ def main() -> int:
     ap.add_argument("--nginx-workers", type=int, default=1, help="nginx worker processes (default 1, as shim)")
     ap.add_argument("--no-shim", action="store_true", help="measure direct and nginx only")
     ap.add_argument("--no-nginx", action="store_true", help="skip nginx")
+    ap.add_argument("--of-watchdog", default=None, metavar="PATH",
+                    help="also measure an of-watchdog binary (http mode) in front of the same function")
     ap.add_argument("--shim", default=None, help="path of the shim executable (default .venv/bin/shim)")
     ap.add_argument("--cache-ttl", default=None, metavar="DURATION",
                     help="SHIM_CACHE_TTL for shim run (default: shim's own default)")
@@ -711,6 +742,16 @@ def main() -> int:
                 targets["nginx"] = ng_port
                 log(f"nginx on 127.0.0.1:{ng_port} ({args.nginx_workers} worker(s), keep-alive upstream pool)")
 
+        if args.of_watchdog:
+            try:
+                watchdog, wd_port = start_of_watchdog(args.of_watchdog, tmp, up_port)
+                children.append(watchdog)
+                targets["of-watchdog"] = wd_port
+                log(f"of-watchdog on 127.0.0.1:{wd_port}")
+            except (RuntimeError, OSError) as exc:
+                log(f"of-watchdog NOT measured: {exc}")
+                notes.append(f"of-watchdog not measured: {str(exc).splitlines()[0]}")
+
         if not args.no_shim:
             shim = shim_command(args.shim)
             why = None
@@ -739,7 +780,7 @@ def main() -> int:
                 if args.require_shim:
                     return 1
 
-        order = [t for t in ("direct", "nginx", "shim") if t in targets]
+        order = [t for t in ("direct", "nginx", "of-watchdog", "shim") if t in targets]
         points: dict[tuple[str, int, str], Point] = {}
         total = len(order) * len(concs) * len(methods) * args.repeat
         log(f"measuring {total} point(s) of {args.warmup:g}+{args.duration:g} s: "
