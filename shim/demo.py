@@ -49,9 +49,8 @@ MARKER = ".shim-demo"  # marks a directory this demo may wipe on its next run
 START_TIMEOUT = 30.0   # seconds for a sidecar to report healthy
 STOP_TIMEOUT = 15.0    # seconds for a sidecar to stop after SIGTERM before it is killed
 INVOKE_TIMEOUT = 15.0
-# The fork mode of the env part. ``serializing`` would do as well, but its sidecar currently fails every
-# invocation (fork.py: its stderr relay and ``communicate()`` both read the child's stderr).
-ENV_MODE = "streaming"
+# The fork mode of the env part: the watchdog's classic one, body in on stdin, whole answer out on stdout.
+ENV_MODE = "serializing"
 
 PACKAGE_DIR = Path(__file__).resolve().parent          # .../shim
 SOURCE_ROOT = PACKAGE_DIR.parent                       # the checkout (or site-packages)
