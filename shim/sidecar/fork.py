@@ -31,6 +31,8 @@ class BodyQueue:
     def end(self) -> None:
         self._queue.put_nowait(None)
 
+    cancel = end  # the caller left: the function gets end-of-input, its answer goes nowhere
+
     async def chunks(self):
         while (chunk := await self._queue.get()) is not None:
             yield chunk

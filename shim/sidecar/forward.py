@@ -213,6 +213,14 @@ class Forward:
     def _finish_request(self) -> None:
         self.request_sent = True
 
+    def cancel(self) -> None:
+        """The caller left mid-request: the function would wait for the rest forever, so drop its connection."""
+        self._cancel_timer()
+        conn = self._conn
+        if conn is not None and conn.forward is self:
+            conn.forward = None
+            conn.close()
+
     # the function's answer, relayed raw
     def response_data(self, data: bytes) -> None:
         self._responded = True

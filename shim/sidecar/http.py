@@ -32,6 +32,8 @@ MAX_HEAD_BYTES = 1024 * 1024  # as the watchdog's MaxHeaderBytes
 class BodySink(Protocol):
     def body(self, data: bytes) -> None: ...
     def end(self) -> None: ...
+    def cancel(self) -> None:
+        """The exchange was aborted (the caller went away): stop waiting for more body."""
 
 
 class Exchange:
@@ -135,6 +137,8 @@ class Exchange:
             self._finished = True
             if self.on_finish is not None:
                 self.on_finish(self)
+            if self._sink is not None and not self._ended:
+                self._sink.cancel()
             self.connection.close()
 
     def respond(self, status: int, body: bytes = b"", content_type: str = "text/plain; charset=utf-8",

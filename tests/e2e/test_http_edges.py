@@ -155,3 +155,40 @@ def test_serializing_mode_reports_a_failing_function_as_the_watchdog_does(world,
     sidecar = sidecars.start(world, "a", mode="serializing", handler=failing)
     answer = sidecar.request("POST", "/", b"in")
     assert (answer.status, answer.body) == (500, b"exit status 3\n")
+
+
+def test_a_caller_leaving_mid_upload_frees_the_function_connection(world, sidecars: SidecarFactory):
+    """With no exec_timeout, only the sidecar can end a forwarded request whose caller vanished."""
+    sidecar = sidecars.start(world, "a", extra_env={"exec_timeout": "0"})
+    function_pid = next(iter(sidecar.children))
+    pooled = _established_connections(function_pid)  # idle keep-alive connections the sidecar holds
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", sidecar.port), timeout=5) as sock:
+            sock.sendall(b"POST /digest HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+            time.sleep(0.2)
+    time.sleep(0.3)
+    connections = _established_connections(function_pid)
+    assert connections <= pooled, f"the function holds {connections - pooled} connection(s) for callers that left"
+    assert sidecar.get("/digest").status == 200
+
+
+def _established_connections(pid: int) -> int:
+    """TCP connections the process holds, from /proc (no tools needed)."""
+    import os
+
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes and fields[3] == "01":  # 01: ESTABLISHED
+                    count += 1
+    return count
