@@ -11,6 +11,7 @@ import argparse
 import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
+from urllib.parse import urlsplit
 
 from .errors import BadInput
 from .names import QualifiedName
@@ -73,8 +74,6 @@ class SidecarConfig:
 
     @property
     def upstream_host_port(self) -> tuple[str, int]:
-        from urllib.parse import urlsplit
-
         parts = urlsplit(self.upstream_url)
         if parts.scheme != "http" or not parts.hostname:
             raise BadInput(f"invalid upstream_url {self.upstream_url!r}: expected http://HOST:PORT")
@@ -176,5 +175,5 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarConfig:
         log_format=pick(args.log_format, "SHIM_LOG_FORMAT", default="auto"),
     )
     if mode == "http":
-        config.upstream_host_port  # validate early
+        _ = config.upstream_host_port  # a bad upstream_url is bad input now, not a failure at first use
     return config
