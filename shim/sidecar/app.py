@@ -56,6 +56,18 @@ class Sidecar:
 
     # -- the invocation path ------------------------------------------------------------------
     def dispatch(self, exchange: Exchange) -> None:
+        """Called by the connection for each request, in order; a bug here costs one 500, not the sidecar."""
+        try:
+            self._dispatch(exchange)
+        except Exception:
+            self._crashed(exchange)
+
+    def _crashed(self, exchange: Exchange) -> None:
+        self.log.exception("invocation failed inside the sidecar")
+        if not exchange.finished:
+            self._error(exchange, 500, "internal error in the sidecar")
+
+    def _dispatch(self, exchange: Exchange) -> None:
         path = exchange.path
         if path == "/_/health":
             return self._health(exchange)
@@ -77,11 +89,12 @@ class Sidecar:
     async def _fetch_then_deliver(self, exchange: Exchange) -> None:
         try:
             snapshot = await self.cache.get()
+            if not exchange.finished:
+                self._deliver(exchange, snapshot)
         except SecretUnavailable as exc:
             self._refuse(exchange, str(exc), exc.secret)
-            return
-        if not exchange.finished:
-            self._deliver(exchange, snapshot)
+        except Exception:
+            self._crashed(exchange)
 
     def _deliver(self, exchange: Exchange, snapshot: Snapshot) -> None:
         exchange.secret_names = snapshot.names
