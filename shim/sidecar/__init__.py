@@ -30,6 +30,18 @@ def _harden() -> None:
         pass
 
 
+def _warn_if_shared(credential_path: str) -> None:
+    """As ssh does for private keys: a credential others may read is worth a warning, not a refusal
+    (a platform may mount it group-readable on purpose)."""
+    try:
+        mode = os.stat(credential_path).st_mode
+    except OSError:
+        return  # the backend reports a missing or unreadable credential with the right exit status
+    if mode & 0o077:
+        get_logger().warning("the function credential is readable by other users", path=credential_path,
+                             mode=oct(mode & 0o777))
+
+
 def run_main(argv: Sequence[str]) -> int:
     """Parse the configuration once, open this function's source with its own credential, serve."""
     from ..store import open_source
@@ -43,6 +55,7 @@ def run_main(argv: Sequence[str]) -> int:
     log_stream = BatchedStream(sys.stderr)
     configure(config.log_format, log_stream)
     _harden()
+    _warn_if_shared(config.function_key)
     try:
         source = open_source(config.store_url, config.function, config.function_key)
     except ShimError as exc:

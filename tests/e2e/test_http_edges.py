@@ -192,3 +192,16 @@ def _established_connections(pid: int) -> int:
                 if fields[9] in inodes and fields[3] == "01":  # 01: ESTABLISHED
                     count += 1
     return count
+
+
+def test_a_credential_others_can_read_is_warned_about(world, sidecars: SidecarFactory, tmp_path):
+    shared = tmp_path / "shared.key"
+    shared.write_bytes(world.keys["a"].read_bytes())
+    shared.chmod(0o644)
+    sidecar = sidecars.start(world, "a", key=shared)
+    sidecar.stop()
+    warnings = [e for e in sidecar.log_events() if e["event"] == "the function credential is readable by other users"]
+    assert warnings and warnings[0]["mode"] == "0o644"
+    private = sidecars.start(world, "a")  # the store's own key file is 0600: no warning
+    private.stop()
+    assert not [e for e in private.log_events() if "readable by other users" in e["event"]]
