@@ -66,7 +66,9 @@ class _Timestamp:
         self._prefix = ""
 
     def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
-        now = time.time()
+        """An event may bring its own time (epoch seconds, a float): when it happened, not when it is logged."""
+        at = event.get("timestamp")
+        now = at if isinstance(at, float) else time.time()
         second = int(now)
         if second != self._second:
             self._second, self._prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))

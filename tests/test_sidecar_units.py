@@ -280,3 +280,13 @@ def test_a_change_notice_ends_freshness_but_keeps_values_for_reuse(store):
     first, second = asyncio.run(scenario())
     assert second is not first and second.secrets == first.secrets
     assert (source.lists, source.reads) == (2, 1)  # listed again, unchanged version not re-read
+
+
+def test_an_event_keeps_the_time_it_happened_at():
+    stream = io.StringIO()
+    configure("json", stream)
+    get_logger().info("invocation", timestamp=1767225600.25)  # 2026-01-01T00:00:00.25Z
+    get_logger().info("now")
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["timestamp"] == "2026-01-01T00:00:00.250000Z"
+    assert second["timestamp"] > "2026-12"  # stamped when logged

@@ -41,6 +41,7 @@ class Sidecar:
         self.accepting = False
         self.inflight = 0
         self.connections: set[ClientConnection] = set()
+        self._invocations: list[tuple[float, float, Exchange]] = []  # finished, not yet logged
         self._held: set[bytes] = set()  # the values of the current snapshot
         self._retired: dict[bytes, float] = {}  # values no longer held -> when they stopped being held
         # $TMPDIR, else /tmp: Go's os.TempDir(), as the watchdog. Not tempfile.gettempdir(), which
@@ -117,11 +118,17 @@ class Sidecar:
                          (("X-OpenFaaS-Internal", "shim"),))
 
     def _finished(self, exchange: Exchange) -> None:
+        """Record the invocation; its log event is rendered by ``_log_invocations``, off the request path."""
         self.inflight -= 1
-        self.log.info(
-            "invocation", method=exchange.method.decode("latin-1"), path=exchange.path, status=exchange.status,
-            duration_ms=round((time.monotonic() - exchange.started) * 1000, 3), secrets=exchange.secret_names,
-        )
+        self._invocations.append((time.time(), time.monotonic() - exchange.started, exchange))
+
+    def _log_invocations(self) -> None:
+        """One structlog event per invocation, stamped with when it finished; rendered in batches because
+        rendering in the request path halved the sidecar's throughput at saturation."""
+        done, self._invocations = self._invocations, []
+        for at, duration, exchange in done:
+            self.log.info("invocation", timestamp=at, method=exchange.method.decode("latin-1"), path=exchange.path,
+                          status=exchange.status, duration_ms=round(duration * 1000, 3), secrets=exchange.secret_names)
 
     def _secrets_changed(self, snapshot: Snapshot | None) -> None:
         """Keep the redactor in step with what the function may print.
@@ -240,10 +247,12 @@ class Sidecar:
                 await asyncio.sleep(0.05)
 
     async def _sweep(self) -> None:
-        """Every 100 ms: write out batched log lines, close idle connections; every max(ttl, 1 s): drop stale values."""
+        """Every 100 ms: log the invocations, write out the lines, close idle connections; every max(ttl, 1 s):
+        drop stale values."""
         interval, last = max(self.config.cache_ttl, 1.0), time.monotonic()
         while True:
             await asyncio.sleep(0.1)
+            self._log_invocations()
             if self.log_stream is not None:
                 self.log_stream.drain()
             now = time.monotonic()
@@ -283,6 +292,7 @@ class Sidecar:
                 pass
         self.cache.clear()
         self.source.close()
+        self._log_invocations()
         self.log.info("stopped", inflight=self.inflight)
         self._held.clear()
         self._retired.clear()
