@@ -215,6 +215,7 @@ def test_a_broken_store_fails_closed_and_drops_what_was_held(store, tmp_path):
 
     error = asyncio.run(scenario())
     assert "v1" not in str(error)
+    assert error.secret == "db"  # the secret at stake, known from the store's last answer
     assert seen[-1] is None and cache.fresh() is None
 
 

@@ -92,6 +92,7 @@ class SecretCache:
         self._on_change = on_change
         self._clock = clock
         self._snapshot: Snapshot | None = None
+        self._bound_names: list[str] = []  # names only, from the last answer of the store
         self._refresh: asyncio.Task[Snapshot] | None = None
         self._refresh_started = 0.0
 
@@ -142,10 +143,14 @@ class SecretCache:
         """In a worker thread: list bindings, re-read what changed, fail closed naming the secret."""
         try:
             bound = self._source.bound()
-        except ShimError as exc:
-            raise SecretUnavailable(f"cannot list the function's bound secrets: {exc}", None) from None
         except Exception as exc:
-            raise SecretUnavailable(f"cannot list the function's bound secrets ({type(exc).__name__})", None) from None
+            # Name what is at stake: the secrets bound when the store last answered (names are not secret).
+            reason = f": {exc}" if isinstance(exc, ShimError) else f" ({type(exc).__name__})"
+            known = self._bound_names
+            listed = f" ({', '.join(known)})" if known else ""
+            raise SecretUnavailable(f"cannot list the function's bound secrets{listed}{reason}",
+                                    known[0] if known else None) from None
+        self._bound_names = sorted(item.name for item in bound)
         secrets: dict[str, dict[str, bytes]] = {}
         versions: dict[str, str] = {}
         for item in bound:
