@@ -305,7 +305,7 @@ def test_broken_store_fails_closed_and_recovers(store: Store, sidecars: SidecarF
 
     with open(store.path, "r+b") as f:  # corrupt in place, as a broken disk would
         f.write(os.urandom(len(good)))
-    # The bindings themselves cannot be listed, so no secret can be named (null); "sa" is fine too.
+    # The bindings cannot be listed: the answer names the secret bound when the store last answered.
     assert_refused(sidecar.get("/"), ("sa",))
     assert_refused(sidecar.request("POST", "/x", b"payload"), ("sa",))
     assert invocations() == 1, "the function ran although its secrets could not be fetched"
