@@ -282,7 +282,9 @@ def _chunk(data: bytes) -> bytes:
 
 def _request_head(exchange: Exchange, block_length: int) -> bytes:
     """The forwarded head: the caller's request line and headers, the new framing, Shim-Secrets."""
-    lines = [exchange.method, b" ", exchange.target, b" HTTP/1.1\r\n"]
+    # An HTTP/1.0 caller cannot read a chunked answer: asking as 1.0 makes the function frame it for 1.0.
+    version = b" HTTP/1.0\r\n" if exchange.http_version == "1.0" else b" HTTP/1.1\r\n"
+    lines = [exchange.method, b" ", exchange.target, version]
     for name, value in exchange.headers:
         lines += (name, b": ", value, b"\r\n")
     if exchange.chunked:

@@ -205,3 +205,34 @@ def test_a_credential_others_can_read_is_warned_about(world, sidecars: SidecarFa
     private = sidecars.start(world, "a")  # the store's own key file is 0600: no warning
     private.stop()
     assert not [e for e in private.log_events() if "readable by other users" in e["event"]]
+
+
+def test_an_http_1_0_caller_gets_an_answer_framed_for_http_1_0(world, sidecars: SidecarFactory):
+    """A function that answers HTTP/1.1 requests chunked: the 1.0 caller must not get chunks it cannot read."""
+    import socketserver
+    import threading
+
+    class Chunky(socketserver.StreamRequestHandler):
+        def handle(self):
+            request_line = self.rfile.readline()
+            length = 0
+            while (line := self.rfile.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            self.rfile.read(length)
+            if request_line.rstrip().endswith(b"HTTP/1.1"):
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+            else:
+                self.wfile.write(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Chunky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sidecar = sidecars.start(world, "a", extra_env={
+            "fprocess": "", "upstream_url": f"http://127.0.0.1:{server.server_address[1]}"})
+        answer = raw(sidecar.port, b"POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc")
+        assert answer.endswith(b"\r\n\r\nhello") and b"chunked" not in answer.lower(), answer
+        chunked = raw(sidecar.port, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+        assert b"Transfer-Encoding: chunked" in chunked  # an HTTP/1.1 caller still gets the function's framing
+    finally:
+        server.shutdown()
