@@ -216,6 +216,10 @@ class Forward:
     def cancel(self) -> None:
         """The caller left mid-request: the function would wait for the rest forever, so drop its connection."""
         self._cancel_timer()
+        self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        """Close the upstream connection, if it still carries this invocation (it may serve another now)."""
         conn = self._conn
         if conn is not None and conn.forward is self:
             conn.forward = None
@@ -250,10 +254,7 @@ class Forward:
 
     def _timed_out(self) -> None:
         self._timer = None
-        conn = self._conn
-        if conn is not None and conn.forward is self:
-            conn.forward = None
-            conn.close()
+        self._drop_connection()
         if self._responded:
             self.exchange.abort()
         else:
