@@ -131,18 +131,11 @@ class ForkRunner:
     async def _communicate(process: asyncio.subprocess.Process, data: bytes) -> bytes:
         """stdin in, stdout out, then the exit. Not ``communicate()``: that would also read stderr,
         which ``relay_output`` is already reading (two readers of one stream raise RuntimeError)."""
-        assert process.stdin is not None and process.stdout is not None
-
-        async def feed() -> None:
-            try:
-                process.stdin.write(data)
-                await process.stdin.drain()
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the function did not read all of its input: as the watchdog, not an error
-            finally:
-                process.stdin.close()
-
-        feeding = asyncio.get_running_loop().create_task(feed())
+        assert process.stdout is not None
+        whole = BodyQueue()
+        whole.body(data)
+        whole.end()
+        feeding = asyncio.get_running_loop().create_task(ForkRunner._feed(process, whole))
         try:
             stdout = await process.stdout.read()
             await feeding
@@ -158,9 +151,10 @@ class ForkRunner:
             async for chunk in body.chunks():
                 process.stdin.write(chunk)
                 await process.stdin.drain()
-            process.stdin.close()
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            pass  # the function did not read all of its input: as the watchdog, not an error
+        finally:
+            process.stdin.close()
 
     @staticmethod
     async def _relay_stdout(exchange: Exchange, process: asyncio.subprocess.Process) -> None:
